@@ -1,0 +1,5 @@
+"""taskguard: skip contact-center tasks the customer already closed."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Caches of task states: in-process (memory) and shared (Redis)."""

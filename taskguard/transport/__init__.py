@@ -1,0 +1,1 @@
+"""Transports: how a CheckTaskState request reaches the connector."""
