@@ -1,0 +1,131 @@
+"""The in-process tier: :class:`LocalCache`, a thread-safe LRU with a TTL per entry.
+
+This is the library's hot path: a guard asks it before anything else, and a hit
+must cost about as much as a dict lookup. So a hit takes no lock and allocates
+nothing (the :class:`~taskguard.state.TaskState` it returns is built at put time);
+writes and evictions take a lock.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from taskguard.state import Origin, TaskState
+
+__all__ = ["LocalCache"]
+
+# Lock-free reads rely on the GIL making each OrderedDict method call atomic (see
+# LocalCache._get_lock_free). A free-threaded build (3.13t) has no such guarantee,
+# so there every read takes the lock too. Checked once: a GIL that is off at import
+# may come back later, but the locked path is safe either way.
+_GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
+
+_Entry = tuple[float, TaskState]  # (expires at, by the cache's clock; prebuilt answer)
+
+
+class LocalCache:
+    """An in-process cache of task states, LRU-bounded by ``maxsize``, with a TTL per entry.
+
+    ``maxsize == 0`` turns the tier off: :meth:`get` always misses and :meth:`put`
+    stores nothing. ``clock`` (seconds, monotonic) is there for tests.
+    Keys are plain ``str`` workids, as :func:`~taskguard.state.validate_workid`
+    returns them.
+    """
+
+    __slots__ = ("_clock", "_data", "_lock", "_maxsize")
+
+    def __init__(self, maxsize: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if maxsize < 0:
+            raise ValueError(f"maxsize must be >= 0 (0 turns the tier off), not {maxsize}")
+        self._maxsize = maxsize
+        self._clock = clock
+        self._data: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def maxsize(self) -> int:
+        """The most entries kept; 0 means the tier is off."""
+        return self._maxsize
+
+    def __len__(self) -> int:
+        """Entries held, expired ones not yet dropped included."""
+        return len(self._data)
+
+    def _get_lock_free(self, workid: str) -> TaskState | None:
+        """The cached state of ``workid`` (``origin="local"``), or None.
+
+        An expired entry is dropped and is a miss; a hit makes the entry the most
+        recently used. A hit takes no lock and allocates nothing.
+        """
+        # Why no lock: under the GIL, OrderedDict.get, move_to_end and popitem are
+        # single C calls that run no Python code for str keys (str hashing and
+        # comparison are C), so none of them can interleave with another. A writer
+        # may still run *between* our two calls: if it evicted or dropped the key,
+        # move_to_end raises KeyError, and the entry we already read is still a valid
+        # answer (the read happened before the removal). If it replaced the entry,
+        # move_to_end only refreshes the newer one.
+        data = self._data
+        entry = data.get(workid)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            self._drop_expired(workid, entry)
+            return None
+        try:  # noqa: SIM105 - contextlib.suppress would cost ~100 ns on every hit
+            data.move_to_end(workid)
+        except KeyError:
+            pass
+        return entry[1]
+
+    def _get_locked(self, workid: str) -> TaskState | None:
+        """The cached state of ``workid`` (``origin="local"``), or None."""
+        with self._lock:
+            entry = self._data.get(workid)
+            if entry is None:
+                return None
+            if entry[0] <= self._clock():
+                del self._data[workid]
+                return None
+            self._data.move_to_end(workid)
+            return entry[1]
+
+    get = _get_lock_free if _GIL_ENABLED else _get_locked
+
+    def _drop_expired(self, workid: str, entry: _Entry) -> None:
+        with self._lock:
+            # Only the entry we saw expire: a put may have replaced it meanwhile.
+            if self._data.get(workid) is entry:
+                del self._data[workid]
+
+    def put(self, workid: str, closed: bool, ttl: float) -> None:
+        """Remember ``workid``'s state for ``ttl`` seconds, evicting the least
+        recently used entry when full. ``ttl <= 0`` drops any entry instead."""
+        if self._maxsize == 0:
+            return
+        if ttl <= 0:
+            self.delete(workid)
+            return
+        entry = (self._clock() + ttl, TaskState(workid, closed, Origin.LOCAL))
+        with self._lock:
+            data = self._data
+            data[workid] = entry
+            data.move_to_end(workid)
+            while len(data) > self._maxsize:
+                data.popitem(last=False)
+
+    def delete(self, workid: str) -> None:
+        """Forget ``workid`` (nothing happens if it is not cached)."""
+        with self._lock:
+            self._data.pop(workid, None)
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._data.clear()
+
+    def __repr__(self) -> str:
+        return f"LocalCache(maxsize={self._maxsize}, entries={len(self._data)})"

@@ -1,0 +1,1 @@
+"""Helpers for taskguard's own tests: real services started on loopback."""
