@@ -40,6 +40,20 @@ class Stats:
 
     __slots__ = (*STAT_NAMES, "_bulk", "_lock")
 
+    checks: itertools.count[int]
+    local_hits: itertools.count[int]
+    redis_hits: itertools.count[int]
+    redis_errors: itertools.count[int]
+    redis_skipped: itertools.count[int]
+    lookups: itertools.count[int]
+    service_calls: itertools.count[int]
+    coalesced: itertools.count[int]
+    retries: itertools.count[int]
+    errors: itertools.count[int]
+    breaker_rejections: itertools.count[int]
+    skips: itertools.count[int]
+    processed: itertools.count[int]
+
     def __init__(self) -> None:
         for name in STAT_NAMES:
             setattr(self, name, itertools.count())

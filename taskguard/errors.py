@@ -28,11 +28,11 @@ __all__ = [
     "CircuitOpen",
     "ConfigurationError",
     "InvalidWorkId",
-    "TaskStateUnknown",
     "LookupFailed",
     "ProtocolError",
     "ServiceError",
     "TaskGuardError",
+    "TaskStateUnknown",
     "TransportError",
 ]
 

@@ -189,7 +189,9 @@ def parse_response(
     payload = _payload(envelope, workid)
     closed = _closed(payload, workid, envelope)
     extra_payload = {
-        k: v for k, v in payload.items() if k not in ("isClosed", "workid", "Success", "ErrorMessage")
+        k: v
+        for k, v in payload.items()
+        if k not in ("isClosed", "workid", "Success", "ErrorMessage")
     }
     data = ResponseData.model_construct(
         is_closed=closed,
@@ -199,7 +201,9 @@ def parse_response(
         **extra_payload,
     )
     extra = {
-        k: v for k, v in envelope.items() if k not in ("channel", "topic", "subtopic", "data", "message")
+        k: v
+        for k, v in envelope.items()
+        if k not in ("channel", "topic", "subtopic", "data", "message")
     }
     return CheckTaskStateResponse.model_construct(
         channel=_opt_str(envelope.get("channel")),

@@ -12,7 +12,14 @@ from typing import NamedTuple
 
 from taskguard.errors import InvalidWorkId
 
-__all__ = ["MAX_WORKID_LENGTH", "OnError", "Origin", "TaskState", "validate_workid"]
+__all__ = [
+    "MAX_WORKID_LENGTH",
+    "OnError",
+    "Origin",
+    "TaskState",
+    "as_on_error",
+    "validate_workid",
+]
 
 MAX_WORKID_LENGTH = 256
 
@@ -45,6 +52,14 @@ class OnError(str, enum.Enum):
         return self.value
 
 
+def as_on_error(value: OnError | str) -> OnError:
+    """``value`` as an :class:`OnError`, or a ValueError naming the choices."""
+    try:
+        return OnError(value)
+    except ValueError:
+        raise ValueError(f"on_error must be 'raise', 'process' or 'skip', not {value!r}") from None
+
+
 class TaskState(NamedTuple):
     """What taskguard knows about one task.
 
@@ -57,7 +72,9 @@ class TaskState(NamedTuple):
     origin: Origin
 
     def __repr__(self) -> str:
-        return f"TaskState(workid={self.workid!r}, closed={self.closed}, origin={self.origin.value!r})"
+        return (
+            f"TaskState(workid={self.workid!r}, closed={self.closed}, origin={self.origin.value!r})"
+        )
 
 
 def validate_workid(workid: object) -> str:
@@ -93,8 +110,7 @@ def _check_str(workid: str) -> str:
     match = _CONTROL.search(workid)
     if match is not None:
         raise InvalidWorkId(
-            f"workid contains the control character {match.group()!r} "
-            f"at position {match.start()}",
+            f"workid contains the control character {match.group()!r} at position {match.start()}",
             workid=workid,
         )
     return workid  # printable by our definition: only exotic non-control characters
@@ -104,9 +120,7 @@ def _check_other(workid: object) -> str:
     if workid is None:
         raise InvalidWorkId("workid is None; pass the task's non-voice workid", workid=workid)
     if isinstance(workid, bool):
-        raise InvalidWorkId(
-            f"workid is the bool {workid!r}; pass a str or an int", workid=workid
-        )
+        raise InvalidWorkId(f"workid is the bool {workid!r}; pass a str or an int", workid=workid)
     if isinstance(workid, str):  # a str subclass (a str enum, say): use its plain value
         return validate_workid(str.__str__(workid))
     if isinstance(workid, int):

@@ -1,0 +1,241 @@
+"""The decision core both guards share. No I/O happens here.
+
+A check is a short sequence, run by :class:`~taskguard.TaskGuard` with blocking
+calls and by :class:`~taskguard.AsyncTaskGuard` with ``await``::
+
+    workid, state = core.begin(workid)        # validate, count, in-process tier
+    if state is None and redis:               # Redis tier: one GET / MGET
+        state = core.from_redis(workid, redis.get(core_key))
+    if state is None:                         # the service, single-flight, retried
+        state = core.answered(workid, closed)   # remembered in-process
+        redis.put(workid, closed)             # and shared
+
+Everything that is *decided* (which tier answers, what is cached for how long,
+which policy applies to a failed lookup, which tasks a batch still has to ask
+about) is decided here, once, for both drivers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from taskguard.breaker import Breaker, Stats
+from taskguard.cache.memory import LocalCache
+from taskguard.errors import CircuitOpen, LookupFailed, TaskStateUnknown
+from taskguard.lookup import RetryPolicy
+from taskguard.protocol import RequestFactory
+from taskguard.settings import TaskGuardSettings
+from taskguard.state import OnError, Origin, TaskState, as_on_error, validate_workid
+
+__all__ = ["Batch", "GuardCore", "Outcome"]
+
+log = logging.getLogger("taskguard")
+
+_new_state = tuple.__new__  # TaskState(...) without NamedTuple's Python-level __new__
+_LOCAL, _REDIS, _SERVICE, _ERROR = Origin.LOCAL, Origin.REDIS, Origin.SERVICE, Origin.ERROR
+
+Outcome = TaskState | TaskStateUnknown
+"""What one lookup in a batch ended with: an answer, or why there is none."""
+
+
+class Batch:
+    """One ``check_many``: the unique valid workids in input order, what is known."""
+
+    __slots__ = ("misses", "order", "outcomes")
+
+    def __init__(self, order: list[str], outcomes: dict[str, Outcome], misses: list[str]) -> None:
+        self.order = order
+        self.outcomes = outcomes
+        self.misses = misses
+
+
+class GuardCore:
+    """Settings-derived decisions and the in-process state of one guard."""
+
+    def __init__(self, settings: TaskGuardSettings, *, shared_cache: bool) -> None:
+        self.settings = settings
+        self.stats = Stats()
+        self.local = LocalCache(settings.local_cache_size)
+        # In front of Redis the in-process tier only saves round trips, so it
+        # keeps entries briefly; without Redis it *is* the cache.
+        if shared_cache:
+            self.local_closed_ttl = settings.local_cache_ttl
+            self.local_open_ttl = min(settings.open_ttl, settings.local_cache_ttl)
+        else:
+            self.local_closed_ttl = settings.closed_ttl
+            self.local_open_ttl = settings.open_ttl
+        self.request = RequestFactory(
+            source=settings.source, channel=settings.channel, topic=settings.topic
+        )
+        self.max_response_bytes = settings.max_response_bytes
+        self.retry = RetryPolicy(settings, on_retry=self._count_retry)
+        self.breaker = Breaker(
+            threshold=settings.service_breaker_failures,
+            cooldown=settings.service_breaker_cooldown,
+        )
+        self.on_error = settings.on_error
+
+    def _count_retry(self) -> None:
+        next(self.stats.retries)
+        next(self.stats.service_calls)
+
+    # -- one workid ---------------------------------------------------------
+
+    def begin(self, workid: object) -> tuple[str, TaskState | None]:
+        """Validate ``workid`` and ask the in-process tier."""
+        wid = validate_workid(workid)
+        next(self.stats.checks)
+        state = self.local.get(wid)
+        if state is not None:
+            next(self.stats.local_hits)
+        return wid, state
+
+    def from_redis(self, workid: str, closed: bool | None) -> TaskState | None:
+        """What Redis said, remembered in-process; None on a miss."""
+        if closed is None:
+            return None
+        next(self.stats.redis_hits)
+        self._remember(workid, closed)
+        return _new_state(TaskState, (workid, closed, _REDIS))
+
+    def answered(self, workid: str, closed: bool) -> TaskState:
+        """The service's answer, remembered in-process."""
+        self._remember(workid, closed)
+        return _new_state(TaskState, (workid, closed, _SERVICE))
+
+    def _remember(self, workid: str, closed: bool) -> None:
+        self.local.put(workid, closed, self.local_closed_ttl if closed else self.local_open_ttl)
+
+    def marked(self, workid: object) -> str:
+        """``mark_closed``: validate, then record the close in-process."""
+        wid = validate_workid(workid)
+        self.local.put(wid, True, self.local_closed_ttl)
+        return wid
+
+    def forgotten(self, workid: object) -> str:
+        """``forget``: validate, then drop the in-process entry."""
+        wid = validate_workid(workid)
+        self.local.delete(wid)
+        return wid
+
+    # -- the service call ------------------------------------------------------
+
+    def lookup_started(self, workid: str) -> None:
+        """Count a lookup, or refuse it at once while the service breaker is open."""
+        if not self.breaker.allow():
+            next(self.stats.breaker_rejections)
+            next(self.stats.errors)
+            raise CircuitOpen(
+                f"not asking CheckTaskState about workid {workid!r}: the last "
+                f"{self.breaker.threshold} lookups failed, so the service is given "
+                f"{self.breaker.cooldown:g} s to recover (service_breaker_cooldown)",
+                workid=workid,
+            )
+        next(self.stats.lookups)
+        next(self.stats.service_calls)
+
+    def lookup_ended(self, workid: str, error: BaseException | None) -> None:
+        """Feed the service breaker: only an unreachable service counts against it."""
+        if error is None:
+            self.breaker.success()
+        elif isinstance(error, LookupFailed):
+            next(self.stats.errors)
+            if self.breaker.failure():
+                log.warning(
+                    "CheckTaskState failed %d lookups in a row (last: workid %r); "
+                    "not asking it for %g s",
+                    self.breaker.threshold,
+                    workid,
+                    self.breaker.cooldown,
+                )
+        elif isinstance(error, TaskStateUnknown):
+            # It answered, if badly (Success: false, a 4xx, a malformed body): it is up.
+            next(self.stats.errors)
+            self.breaker.success()
+        else:
+            self.breaker.release_probe()  # cancelled, or a bug: no verdict on the service
+
+    # -- many workids ------------------------------------------------------------
+
+    def begin_batch(self, workids: Iterable[object]) -> Batch:
+        """Validate every workid (all before any I/O), dedupe, ask the in-process tier."""
+        if isinstance(workids, (str, bytes)):
+            raise TypeError("check_many takes an iterable of workids, not one str")
+        order = [validate_workid(w) for w in workids]
+        unique = list(dict.fromkeys(order))
+        self.stats.add("checks", len(unique))
+        outcomes: dict[str, Outcome] = {}
+        misses: list[str] = []
+        get = self.local.get
+        for wid in unique:
+            state = get(wid)
+            if state is None:
+                misses.append(wid)
+            else:
+                outcomes[wid] = state
+        self.stats.add("local_hits", len(outcomes))
+        return Batch(unique, outcomes, misses)
+
+    def batch_from_redis(self, batch: Batch, values: list[bool | None]) -> None:
+        """Fill what Redis knew (one MGET) into ``batch``; keep the rest as misses."""
+        outcomes = batch.outcomes
+        remember = self._remember
+        misses: list[str] = []
+        for wid, closed in zip(batch.misses, values, strict=False):
+            if closed is None:
+                misses.append(wid)
+            else:
+                remember(wid, closed)
+                outcomes[wid] = _new_state(TaskState, (wid, closed, _REDIS))
+        self.stats.add("redis_hits", len(batch.misses) - len(misses))
+        batch.misses = misses
+
+    def batch_answers(self, batch: Batch, outcomes: list[Outcome]) -> list[tuple[str, bool]]:
+        """Record the lookups of ``batch.misses``; return the answers to share in Redis."""
+        fresh: list[tuple[str, bool]] = []
+        for wid, outcome in zip(batch.misses, outcomes, strict=False):
+            batch.outcomes[wid] = outcome
+            if isinstance(outcome, TaskState) and outcome.origin is _SERVICE:
+                fresh.append((wid, outcome.closed))
+        return fresh
+
+    @staticmethod
+    def batch_result(batch: Batch) -> dict[str, TaskState]:
+        """``check_many``'s answer, or the first failure in input order."""
+        result: dict[str, TaskState] = {}
+        for wid in batch.order:
+            outcome = batch.outcomes[wid]
+            if not isinstance(outcome, TaskState):
+                raise outcome
+            result[wid] = outcome
+        return result
+
+    # -- what a handler face does with an answer ---------------------------------
+
+    def gate(
+        self, workid: str, outcome: Outcome, on_error: OnError | str | None
+    ) -> tuple[TaskState, bool]:
+        """Decide for a handler: ``(state, skip)``. A failed lookup is raised under
+        ``on_error="raise"``, else turned into a state whose origin is ``error``."""
+        if isinstance(outcome, TaskState):
+            skip = outcome.closed
+        else:
+            policy = self.policy(on_error)
+            if policy is OnError.RAISE:
+                raise outcome
+            log.warning(
+                "lookup of workid %r failed (%s); on_error=%r: %s the task",
+                workid,
+                outcome,
+                policy.value,
+                "skipping" if policy is OnError.SKIP else "processing",
+            )
+            skip = policy is OnError.SKIP
+            outcome = _new_state(TaskState, (workid, False, _ERROR))
+        next(self.stats.skips if skip else self.stats.processed)
+        return outcome, skip
+
+    def policy(self, on_error: OnError | str | None) -> OnError:
+        """The ``on_error`` that applies: the face's own, else the settings'."""
+        return self.on_error if on_error is None else as_on_error(on_error)
