@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 from redis import Redis as SyncRedis
 
 from taskguard.breaker import Breaker
-from taskguard.cache.redis import AsyncRedisCache, async_client_from_url
+from taskguard.cache.clients import async_client_from_url
+from taskguard.cache.redis import AsyncRedisCache
 from taskguard.core import Batch, Outcome
 from taskguard.errors import ConfigurationError, TaskStateUnknown
 from taskguard.guard import GuardBase

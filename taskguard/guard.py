@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from taskguard.breaker import Breaker
-from taskguard.cache.redis import RedisCache, client_from_url
+from taskguard.cache.clients import client_from_url
+from taskguard.cache.redis import RedisCache
 from taskguard.core import Batch, GuardCore, Outcome
 from taskguard.errors import ConfigurationError, TaskStateUnknown
 from taskguard.handlers import (
