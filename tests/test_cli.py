@@ -102,3 +102,32 @@ def test_demo_runs_embedded_and_adds_up() -> None:
     assert processed + skipped == 2000
     assert rows["processed twice"].strip() == "0"
     assert rows["errors"].strip() == "0"
+
+
+def test_serve_prints_its_url_and_answers_checks() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TASKGUARD_")}
+    with subprocess.Popen(
+        [sys.executable, "-m", "taskguard.cli", "serve", "--port", "0", "--closed", "7,8"],
+        env=clean,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as server:
+        try:
+            assert server.stdout is not None
+            first = server.stdout.readline()
+            url = first.rsplit(" ", 1)[-1].strip()
+            assert url.startswith("http://127.0.0.1:")
+            done = run("check", "7", "9", TASKGUARD_SERVICE_URL=url)
+            assert done.stdout.splitlines() == ["7\tclosed\tservice", "9\topen\tservice"]
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+def test_serve_on_a_taken_port_is_one_line() -> None:
+    service = FakeTaskStateService()
+    with service.serve() as running:
+        done = run("serve", "--port", str(running.port))
+    assert done.returncode == 2
+    assert "cannot serve" in done.stderr
+    assert "Traceback" not in done.stderr
