@@ -224,6 +224,11 @@ class TaskGuard(GuardBase):
 
     def _gate(self, workid: object, on_error: OnError | str | None) -> tuple[TaskState, bool]:
         wid, state = self._core.begin(workid)
+        return self._decide(wid, state, on_error)
+
+    def _decide(
+        self, wid: str, state: TaskState | None, on_error: OnError | str | None
+    ) -> tuple[TaskState, bool]:
         outcome: Outcome
         if state is not None:
             outcome = state
@@ -241,7 +246,7 @@ class TaskGuard(GuardBase):
         wid, state = self._core.begin(workid)
         if state is not None:
             return self._core.gate(wid, state, on_error)
-        return await asyncio.to_thread(self._gate, wid, on_error)
+        return await asyncio.to_thread(self._decide, wid, None, on_error)
 
     def _mark(self, wid: str) -> None:
         self.mark_closed(wid)

@@ -239,6 +239,9 @@ def test_async_handlers_work_under_the_blocking_guard(guard: TaskGuard) -> None:
     assert inspect.iscoroutinefunction(handle)
     assert asyncio.run(handle("O1")) == "ran"
     assert asyncio.run(handle("C1")) is None
+    assert asyncio.run(handle("C1")) is None  # answered in-process, no thread needed
+    stats = guard.stats()
+    assert (stats["checks"], stats["lookups"], stats["local_hits"]) == (3, 2, 1)
 
 
 def test_partials_of_async_functions_are_detected(guard: TaskGuard) -> None:
