@@ -79,17 +79,11 @@ class AsyncTaskGuard(GuardBase):
     ) -> None:
         super().__init__(settings, transport=transport, redis=redis)
         s = self.settings
-        self._transport: AsyncTransport
-        if transport is None:
-            assert s.service_url is not None
-            self._transport = AiohttpTransport(
-                s.service_url,
-                auth_token=s.auth_token.get_secret_value() if s.auth_token else None,
-                max_response_bytes=s.max_response_bytes,
-                maxsize=s.lookup_concurrency,
-            )
-        else:
-            self._transport = as_async_transport(transport)
+        self._transport: AsyncTransport = (
+            AiohttpTransport(**self._http_options())
+            if transport is None
+            else as_async_transport(transport)
+        )
         self._owns_transport = transport is None
         if isinstance(redis, SyncRedis):  # its commands would block the event loop
             raise ConfigurationError(
@@ -125,12 +119,9 @@ class AsyncTaskGuard(GuardBase):
             )
         return AsyncRedisCache(
             client,
-            key_prefix=s.key_prefix,
-            closed_ttl=s.closed_ttl,
-            open_ttl=s.open_ttl,
             breaker=self._redis_breaker,
-            stats=self._core.stats,
             owns_client=self._user_redis is None,
+            **self._redis_options(),
         )
 
     # -- questions ------------------------------------------------------------

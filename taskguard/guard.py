@@ -68,6 +68,27 @@ class GuardBase:
         Raises pydantic's ``ValidationError`` naming a bad setting."""
         return cls(TaskGuardSettings(), **kwargs)
 
+    def _http_options(self) -> dict[str, Any]:
+        """How the default HTTP transport is built, for either driver."""
+        s = self.settings
+        assert s.service_url is not None  # checked in __init__
+        return {
+            "url": s.service_url,
+            "auth_token": s.auth_token.get_secret_value() if s.auth_token else None,
+            "max_response_bytes": s.max_response_bytes,
+            "maxsize": s.lookup_concurrency,
+        }
+
+    def _redis_options(self) -> dict[str, Any]:
+        """How a Redis tier is built, for either driver (the breaker and client aside)."""
+        s = self.settings
+        return {
+            "key_prefix": s.key_prefix,
+            "closed_ttl": s.closed_ttl,
+            "open_ttl": s.open_ttl,
+            "stats": self._core.stats,
+        }
+
     def stats(self) -> dict[str, int]:
         """Counters since the guard was built: checks, local_hits, redis_hits,
         service_calls, retries, skips, errors and more (see ``STAT_NAMES``)."""
@@ -101,33 +122,21 @@ class TaskGuard(GuardBase):
     ) -> None:
         super().__init__(settings, transport=transport, redis=redis)
         s = self.settings
-        self._transport: SyncTransport
-        if transport is None:
-            assert s.service_url is not None
-            self._transport = UrllibTransport(
-                s.service_url,
-                auth_token=s.auth_token.get_secret_value() if s.auth_token else None,
-                max_response_bytes=s.max_response_bytes,
-                maxsize=s.lookup_concurrency,
-            )
-        else:
-            self._transport = as_sync_transport(transport)
+        self._transport: SyncTransport = (
+            UrllibTransport(**self._http_options())
+            if transport is None
+            else as_sync_transport(transport)
+        )
         self._owns_transport = transport is None
         self._redis: RedisCache | None = None
         if redis is not None or s.redis_url is not None:
-            client = (
+            self._redis = RedisCache(
                 redis
                 if redis is not None
-                else client_from_url(s.redis_url or "", timeout=s.redis_timeout)
-            )
-            self._redis = RedisCache(
-                client,
-                key_prefix=s.key_prefix,
-                closed_ttl=s.closed_ttl,
-                open_ttl=s.open_ttl,
+                else client_from_url(s.redis_url or "", timeout=s.redis_timeout),
                 breaker=Breaker(threshold=1, cooldown=s.redis_breaker_cooldown),
-                stats=self._core.stats,
                 owns_client=redis is None,
+                **self._redis_options(),
             )
         self._flights = SingleFlight(on_coalesce=self._core.stats.coalesced.__next__)
         self._pool: ThreadPoolExecutor | None = None

@@ -343,12 +343,9 @@ def take_batch(
             return tasks, wids, end
         except Exception as exc:  # the source broke: hand out what was pulled first
             return tasks, wids, exc
-        try:
-            wids.append(locate(task))
-        except InvalidWorkId as exc:
-            exc.task = task  # type: ignore[attr-defined]
-            return tasks, wids, exc
-        tasks.append(task)
+        invalid = _admit(task, locate, tasks, wids)
+        if invalid is not None:
+            return tasks, wids, invalid
     return tasks, wids, None
 
 
@@ -367,13 +364,24 @@ async def atake_batch(
             return tasks, wids, end
         except Exception as exc:  # the source broke: hand out what was pulled first
             return tasks, wids, exc
-        try:
-            wids.append(locate(task))
-        except InvalidWorkId as exc:
-            exc.task = task  # type: ignore[attr-defined]
-            return tasks, wids, exc
-        tasks.append(task)
+        invalid = _admit(task, locate, tasks, wids)
+        if invalid is not None:
+            return tasks, wids, invalid
     return tasks, wids, None
+
+
+def _admit(
+    task: T, locate: Callable[[T], str], tasks: list[T], wids: list[str]
+) -> BaseException | None:
+    """Add ``task`` to the batch, or return why it cannot be checked (``.task`` set)."""
+    try:
+        wid = locate(task)
+    except InvalidWorkId as exc:
+        exc.task = task  # type: ignore[attr-defined]
+        return exc
+    tasks.append(task)
+    wids.append(wid)
+    return None
 
 
 def decide_batch(
