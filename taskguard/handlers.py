@@ -88,6 +88,8 @@ class TaskHandle:
 def workid_of(task: object) -> object:
     """A task's workid: the task itself (str/int), its ``workid`` key (a mapping),
     or its ``workid`` attribute. Raises :class:`InvalidWorkId` when it has none."""
+    if type(task) is dict and "workid" in task:  # the usual message: skip the ABC check
+        return task["workid"]
     if isinstance(task, (str, int)):
         return task
     if isinstance(task, Mapping):
@@ -398,9 +400,21 @@ def decide_batch(
     the failing task, carrying ``pending_tasks`` (it and the rest of the batch,
     not yet handed out) so that nothing pulled from the queue is lost.
     """
+    outcomes = batch.outcomes
+    skips, processed = core.stats.skips, core.stats.processed
     for i, (task, wid) in enumerate(zip(tasks, wids, strict=False)):
+        outcome = outcomes[wid]
+        if type(outcome) is TaskState:  # an answer: core.gate's first case, without a call
+            if outcome.closed:
+                next(skips)
+                if on_skip is not None:
+                    on_skip(task, outcome)
+            else:
+                next(processed)
+                yield task
+            continue
         try:
-            state, skip = core.gate(wid, batch.outcomes[wid], policy)
+            state, skip = core.gate(wid, outcome, policy)
         except TaskStateUnknown as exc:
             exc.pending_tasks = tasks[i:]  # type: ignore[attr-defined]
             raise
