@@ -150,6 +150,9 @@ class AsyncTaskGuard(GuardBase):
 
     async def _fetch(self, here: _LoopBound, wid: str, *, share: bool) -> TaskState:
         core = self._core
+        settled = core.settled(wid)
+        if settled is not None:
+            return settled
         core.lookup_started(wid)
         try:
             closed = await core.retry.acall(lambda timeout: self._attempt(wid, timeout), wid)

@@ -57,6 +57,9 @@ class GuardCore:
         self.settings = settings
         self.stats = Stats()
         self.local = LocalCache(settings.local_cache_size)
+        # local_cache_size=0 turns the tier off: the hot paths then skip it
+        # rather than call into a cache that can only miss.
+        self.local_on = settings.local_cache_size > 0
         # In front of Redis the in-process tier only saves round trips, so it
         # keeps entries briefly; without Redis it *is* the cache.
         if shared_cache:
@@ -86,6 +89,8 @@ class GuardCore:
         """Validate ``workid`` and ask the in-process tier."""
         wid = validate_workid(workid)
         next(self.stats.checks)
+        if not self.local_on:
+            return wid, None
         state = self.local.get(wid)
         if state is not None:
             next(self.stats.local_hits)
@@ -96,7 +101,8 @@ class GuardCore:
         if closed is None:
             return None
         next(self.stats.redis_hits)
-        self._remember(workid, closed)
+        if self.local_on:
+            self._remember(workid, closed)
         return _new_state(TaskState, (workid, closed, _REDIS))
 
     def answered(self, workid: str, closed: bool) -> TaskState:
@@ -120,6 +126,16 @@ class GuardCore:
         return wid
 
     # -- the service call ------------------------------------------------------
+
+    def settled(self, workid: str) -> TaskState | None:
+        """The in-process tier again, once this check leads the lookup of ``workid``:
+        another check may have finished one between this check's miss and now (its
+        answer is remembered in-process before its single-flight entry goes away),
+        and a closed task must not cost a second service call."""
+        state = self.local.get(workid)
+        if state is not None:
+            next(self.stats.local_hits)
+        return state
 
     def lookup_started(self, workid: str) -> None:
         """Count a lookup, or refuse it at once while the service breaker is open."""
@@ -166,6 +182,8 @@ class GuardCore:
         unique = list(dict.fromkeys(order))
         self.stats.add("checks", len(unique))
         outcomes: dict[str, Outcome] = {}
+        if not self.local_on:
+            return Batch(unique, outcomes, list(unique))
         misses: list[str] = []
         get = self.local.get
         for wid in unique:
@@ -180,13 +198,14 @@ class GuardCore:
     def batch_from_redis(self, batch: Batch, values: list[bool | None]) -> None:
         """Fill what Redis knew (one MGET) into ``batch``; keep the rest as misses."""
         outcomes = batch.outcomes
-        remember = self._remember
+        remember = self._remember if self.local_on else None
         misses: list[str] = []
         for wid, closed in zip(batch.misses, values, strict=False):
             if closed is None:
                 misses.append(wid)
             else:
-                remember(wid, closed)
+                if remember is not None:
+                    remember(wid, closed)
                 outcomes[wid] = _new_state(TaskState, (wid, closed, _REDIS))
         self.stats.add("redis_hits", len(batch.misses) - len(misses))
         batch.misses = misses

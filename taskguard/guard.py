@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from taskguard.breaker import Breaker
-from taskguard.cache.clients import client_from_url
+from taskguard.cache.clients import client_from_url, redacted_url
 from taskguard.cache.redis import RedisCache
 from taskguard.core import Batch, GuardCore, Outcome
 from taskguard.errors import ConfigurationError, TaskStateUnknown
@@ -97,7 +97,8 @@ class GuardBase:
     def __repr__(self) -> str:
         s = self.settings
         redis = "on" if s.redis_url or self._has_redis_client() else "off"
-        return f"{type(self).__name__}(service_url={s.service_url!r}, redis={redis})"
+        url = None if s.service_url is None else redacted_url(s.service_url)
+        return f"{type(self).__name__}(service_url={url!r}, redis={redis})"
 
     def _has_redis_client(self) -> bool:
         return False
@@ -172,6 +173,9 @@ class TaskGuard(GuardBase):
 
     def _fetch(self, wid: str, *, share: bool) -> TaskState:
         core = self._core
+        settled = core.settled(wid)
+        if settled is not None:
+            return settled
         core.lookup_started(wid)
         try:
             closed = core.retry.call(lambda timeout: self._attempt(wid, timeout), wid)

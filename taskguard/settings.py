@@ -6,12 +6,14 @@ message that names the setting (pydantic's ``ValidationError``, a ``ValueError``
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterable
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from taskguard.cache.clients import redacted_url
 from taskguard.state import OnError
 
 __all__ = ["TaskGuardSettings"]
@@ -114,6 +116,14 @@ class TaskGuardSettings(BaseSettings):
                 f"retry_backoff ({self.retry_backoff})"
             )
         return self
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # repr() and str() end up in logs: passwords in the URLs are shown as ***,
+        # like auth_token (model_dump() still returns the values as given).
+        for name, value in super().__repr_args__():
+            if name in ("service_url", "redis_url") and isinstance(value, str):
+                value = redacted_url(value)
+            yield name, value
 
     def auth_header(self) -> dict[str, str]:
         """The ``Authorization`` header for the HTTP transport (empty without a token)."""

@@ -113,6 +113,14 @@ def _check_str(workid: str) -> str:
             f"workid contains the control character {match.group()!r} at position {match.start()}",
             workid=workid,
         )
+    try:
+        workid.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: no Redis key or JSON text can hold it
+        raise InvalidWorkId(
+            f"workid contains the lone surrogate {workid[exc.start]!r} at position "
+            f"{exc.start}; it is not valid Unicode text",
+            workid=workid,
+        ) from None
     return workid  # printable by our definition: only exotic non-control characters
 
 

@@ -23,6 +23,7 @@ import json
 import random
 import socket
 import socketserver
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -342,6 +343,13 @@ class _Server(ThreadingHTTPServer):
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn) that can take seconds.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up (one that timed out: a timeout fault is there to
+        # provoke exactly that) is not worth a traceback on stderr.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
