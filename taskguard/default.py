@@ -97,5 +97,5 @@ class _DefaultGates:
 
 _DEFAULT_GATES = _DefaultGates()
 
-skip_if_closed = SkipIfClosed(lambda: _DEFAULT_GATES, sync_ok=True)
+skip_if_closed = SkipIfClosed(_DEFAULT_GATES, sync_ok=True)
 """``@skip_if_closed`` on the process-wide default guard (see :func:`configure`)."""

@@ -237,7 +237,9 @@ class TaskGuard(GuardBase):
 
     def _gate(self, workid: object, on_error: OnError | str | None) -> tuple[TaskState, bool]:
         wid, state = self._core.begin(workid)
-        return self._decide(wid, state, on_error)
+        if state is not None:  # the skip path of a closed task: no further call
+            return self._core.gate(wid, state, on_error)
+        return self._decide(wid, None, on_error)
 
     def _decide(
         self, wid: str, state: TaskState | None, on_error: OnError | str | None

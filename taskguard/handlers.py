@@ -204,7 +204,7 @@ class _Decorator(Protocol):
 
 
 class SkipIfClosed:
-    """``@skip_if_closed`` bound to where its guard comes from.
+    """``@skip_if_closed`` bound to a guard (or to the default guard's router).
 
     Bare (``@skip_if_closed``) or with options (``@skip_if_closed(workid=...,
     on_skip=..., on_error=..., mark_closed_on_success=...)``), on ``def`` and
@@ -213,8 +213,8 @@ class SkipIfClosed:
     missing workid always raises :class:`InvalidWorkId`.
     """
 
-    def __init__(self, guard_of: Callable[[], Gatekeeper], *, sync_ok: bool) -> None:
-        self._guard_of = guard_of
+    def __init__(self, guard: Gatekeeper, *, sync_ok: bool) -> None:
+        self._guard = guard
         self._sync_ok = sync_ok
 
     @overload
@@ -271,12 +271,11 @@ class SkipIfClosed:
             locate = lambda args, kwargs: workid_of(find(*args, **kwargs))  # noqa: E731
         else:
             locate = _ArgLocator(handler, spec)
-        guard_of = self._guard_of
+        guard = self._guard
 
         if _is_async(handler):
 
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                guard = guard_of()
                 state, skip = await guard._agate(locate(args, kwargs), on_error)
                 if skip:
                     return None if on_skip is None else on_skip(state)
@@ -293,9 +292,10 @@ class SkipIfClosed:
                 "is a plain function: decorate it with a TaskGuard instead"
             )
 
+        gate = guard._gate  # bound once: the skip path is a handful of calls
+
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            guard = guard_of()
-            state, skip = guard._gate(locate(args, kwargs), on_error)
+            state, skip = gate(locate(args, kwargs), on_error)
             if skip:
                 return None if on_skip is None else on_skip(state)
             result = handler(*args, **kwargs)
@@ -321,7 +321,7 @@ class GuardDecorator:
     def __get__(self, guard: Gatekeeper | None, owner: type) -> SkipIfClosed | GuardDecorator:
         if guard is None:  # looked up on the class: documentation, introspection
             return self
-        return SkipIfClosed(lambda: guard, sync_ok=self._sync_ok)
+        return SkipIfClosed(guard, sync_ok=self._sync_ok)
 
 
 # -- open_only ----------------------------------------------------------------------

@@ -27,14 +27,14 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def test_hit_is_a_local_state_built_once(clock: FakeClock) -> None:
+def test_hit_is_a_local_state(clock: FakeClock) -> None:
     cache = LocalCache(10, clock=clock)
     cache.put("w1", True, 60)
     cache.put("w2", False, 60)
 
     assert cache.get("w1") == TaskState("w1", True, Origin.LOCAL)
     assert cache.get("w2") == TaskState("w2", False, Origin.LOCAL)
-    assert cache.get("w1") is cache.get("w1")  # prebuilt at put time
+    assert type(cache.get("w1")) is TaskState
     assert cache.get("other") is None
 
 
@@ -192,3 +192,16 @@ def test_many_threads_reading_writing_and_evicting() -> None:
     assert errors == []
     assert wrong == []
     assert len(cache) <= maxsize
+
+
+def test_an_entry_is_small() -> None:
+    # A worker keeps one entry per closed task it saw: the value is one float
+    # (sign: the answer, magnitude: the expiry), nothing per entry besides.
+    import sys
+
+    cache = LocalCache(10)
+    cache.put("w1", True, 60)
+    cache.put("w2", False, 60)
+    values = list(cache._data.values())
+    assert all(type(v) is float for v in values)
+    assert sum(sys.getsizeof(v) for v in values) == 2 * sys.getsizeof(1.0)

@@ -1,9 +1,14 @@
 """The in-process tier: :class:`LocalCache`, a thread-safe LRU with a TTL per entry.
 
 This is the library's hot path: a guard asks it before anything else, and a hit
-must cost about as much as a dict lookup. So a hit takes no lock and allocates
-nothing (the :class:`~taskguard.state.TaskState` it returns is built at put time);
-writes and evictions take a lock.
+must cost about as much as a dict lookup. So a hit takes no lock; writes and
+evictions take a lock.
+
+It is also what a worker keeps in memory for every closed task it saw, so an
+entry is as small as it can be: the workid (the key) and one float (the value)
+whose magnitude is the expiry time and whose sign is the answer (+ closed,
+- open). The :class:`~taskguard.state.TaskState` is built on a hit (~0.1 µs)
+rather than stored (~140 bytes per entry more).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ __all__ = ["LocalCache"]
 # may come back later, but the locked path is safe either way.
 _GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 
-_Entry = tuple[float, TaskState]  # (expires at, by the cache's clock; prebuilt answer)
+_new_state = tuple.__new__  # TaskState(...) without NamedTuple's Python-level __new__
+_LOCAL = Origin.LOCAL
 
 
 class LocalCache:
@@ -43,7 +49,9 @@ class LocalCache:
             raise ValueError(f"maxsize must be >= 0 (0 turns the tier off), not {maxsize}")
         self._maxsize = maxsize
         self._clock = clock
-        self._data: OrderedDict[str, _Entry] = OrderedDict()
+        # workid -> +expiry (closed) or -expiry (open), by self._clock. The clock
+        # must be positive (monotonic() is), so 0 never stands for an answer.
+        self._data: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -59,7 +67,7 @@ class LocalCache:
         """The cached state of ``workid`` (``origin="local"``), or None.
 
         An expired entry is dropped and is a miss; a hit makes the entry the most
-        recently used. A hit takes no lock and allocates nothing.
+        recently used. A hit takes no lock.
         """
         # Why no lock: under the GIL, OrderedDict.get, move_to_end and popitem are
         # single C calls that run no Python code for str keys (str hashing and
@@ -72,14 +80,15 @@ class LocalCache:
         entry = data.get(workid)
         if entry is None:
             return None
-        if entry[0] <= self._clock():
+        closed = entry > 0
+        if (entry if closed else -entry) <= self._clock():
             self._drop_expired(workid, entry)
             return None
         try:  # noqa: SIM105 - contextlib.suppress would cost ~100 ns on every hit
             data.move_to_end(workid)
         except KeyError:
             pass
-        return entry[1]
+        return _new_state(TaskState, (workid, closed, _LOCAL))
 
     def _get_locked(self, workid: str) -> TaskState | None:
         """The cached state of ``workid`` (``origin="local"``), or None."""
@@ -87,18 +96,19 @@ class LocalCache:
             entry = self._data.get(workid)
             if entry is None:
                 return None
-            if entry[0] <= self._clock():
+            closed = entry > 0
+            if (entry if closed else -entry) <= self._clock():
                 del self._data[workid]
                 return None
             self._data.move_to_end(workid)
-            return entry[1]
+            return _new_state(TaskState, (workid, closed, _LOCAL))
 
     get = _get_lock_free if _GIL_ENABLED else _get_locked
 
-    def _drop_expired(self, workid: str, entry: _Entry) -> None:
+    def _drop_expired(self, workid: str, entry: float) -> None:
         with self._lock:
             # Only the entry we saw expire: a put may have replaced it meanwhile.
-            if self._data.get(workid) is entry:
+            if self._data.get(workid) == entry:
                 del self._data[workid]
 
     def put(self, workid: str, closed: bool, ttl: float) -> None:
@@ -109,7 +119,8 @@ class LocalCache:
         if ttl <= 0:
             self.delete(workid)
             return
-        entry = (self._clock() + ttl, TaskState(workid, closed, Origin.LOCAL))
+        expires = self._clock() + ttl
+        entry = expires if closed else -expires
         with self._lock:
             data = self._data
             data[workid] = entry
