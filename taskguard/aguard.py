@@ -170,9 +170,9 @@ class AsyncTaskGuard(GuardBase):
         body = await self._transport.asend(core.request(wid), timeout=timeout)
         return read_answer(body, wid, max_bytes=core.max_response_bytes)
 
-    async def _check_batch(self, workids: Iterable[object]) -> Batch:
+    async def _check_batch(self, workids: Iterable[object], *, validated: bool = False) -> Batch:
         core = self._core
-        batch = core.begin_batch(workids)
+        batch = core.begin_batch(workids, validated=validated)
         if not batch.misses:
             return batch
         here = self._here()
@@ -273,7 +273,7 @@ class AsyncTaskGuard(GuardBase):
         while True:
             chunk, wids, stop = await atake_batch(source, batch_size, locate)
             if chunk:
-                batch = await self._check_batch(wids)
+                batch = await self._check_batch(wids, validated=True)
                 for task in decide_batch(self._core, chunk, wids, batch, on_skip, policy):
                     yield task
             if stop is not None:

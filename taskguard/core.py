@@ -17,8 +17,10 @@ about) is decided here, once, for both drivers.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
+from itertools import repeat
 
 from taskguard.breaker import Breaker, Stats
 from taskguard.cache.memory import LocalCache
@@ -26,13 +28,21 @@ from taskguard.errors import CircuitOpen, LookupFailed, TaskStateUnknown
 from taskguard.lookup import RetryPolicy
 from taskguard.protocol import RequestFactory
 from taskguard.settings import TaskGuardSettings
-from taskguard.state import OnError, Origin, TaskState, as_on_error, validate_workid
+from taskguard.state import (
+    OnError,
+    Origin,
+    TaskState,
+    as_on_error,
+    validate_workid,
+    validate_workids,
+)
 
 __all__ = ["Batch", "GuardCore", "Outcome"]
 
 log = logging.getLogger("taskguard")
 
 _new_state = tuple.__new__  # TaskState(...) without NamedTuple's Python-level __new__
+_redis_state = functools.partial(tuple.__new__, TaskState)  # the same, callable from map()
 _LOCAL, _REDIS, _SERVICE, _ERROR = Origin.LOCAL, Origin.REDIS, Origin.SERVICE, Origin.ERROR
 
 Outcome = TaskState | TaskStateUnknown
@@ -40,14 +50,15 @@ Outcome = TaskState | TaskStateUnknown
 
 
 class Batch:
-    """One ``check_many``: the unique valid workids in input order, what is known."""
+    """One ``check_many``: every unique valid workid, in input order, with what is
+    known of it (None until a tier answers), and the workids still to look up."""
 
-    __slots__ = ("misses", "order", "outcomes")
+    __slots__ = ("failed", "misses", "outcomes")
 
-    def __init__(self, order: list[str], outcomes: dict[str, Outcome], misses: list[str]) -> None:
-        self.order = order
+    def __init__(self, outcomes: dict[str, Outcome | None], misses: list[str]) -> None:
         self.outcomes = outcomes
         self.misses = misses
+        self.failed = False
 
 
 class GuardCore:
@@ -174,61 +185,74 @@ class GuardCore:
 
     # -- many workids ------------------------------------------------------------
 
-    def begin_batch(self, workids: Iterable[object]) -> Batch:
-        """Validate every workid (all before any I/O), dedupe, ask the in-process tier."""
+    def begin_batch(self, workids: Iterable[object], *, validated: bool = False) -> Batch:
+        """Validate every workid (all before any I/O), dedupe, ask the in-process tier.
+        ``validated``: the workids already passed :func:`validate_workid`."""
         if isinstance(workids, (str, bytes)):
             raise TypeError("check_many takes an iterable of workids, not one str")
-        order = [validate_workid(w) for w in workids]
-        unique = list(dict.fromkeys(order))
-        self.stats.add("checks", len(unique))
-        outcomes: dict[str, Outcome] = {}
+        order = workids if validated else validate_workids(workids)
+        # One dict dedupes and keeps input order; answers fill it in place.
+        outcomes: dict[str, Outcome | None] = dict.fromkeys(order)  # type: ignore[arg-type]
+        self.stats.add("checks", len(outcomes))
         if not self.local_on:
-            return Batch(unique, outcomes, list(unique))
+            # Without duplicates the input list already is the list of misses.
+            return Batch(outcomes, order if len(order) == len(outcomes) else list(outcomes))  # type: ignore[arg-type]
         misses: list[str] = []
         get = self.local.get
-        for wid in unique:
+        for wid in outcomes:
             state = get(wid)
             if state is None:
                 misses.append(wid)
             else:
                 outcomes[wid] = state
-        self.stats.add("local_hits", len(outcomes))
-        return Batch(unique, outcomes, misses)
+        self.stats.add("local_hits", len(outcomes) - len(misses))
+        return Batch(outcomes, misses)
 
     def batch_from_redis(self, batch: Batch, values: list[bool | None]) -> None:
         """Fill what Redis knew (one MGET) into ``batch``; keep the rest as misses."""
         outcomes = batch.outcomes
+        misses = batch.misses
+        if None not in values:  # the usual batch: Redis knew every one
+            if self.local_on:
+                for wid, closed in zip(misses, values, strict=True):
+                    self._remember(wid, closed)  # type: ignore[arg-type]
+            # C-level loops: a TaskState per workid is most of a batch's cost.
+            states = map(_redis_state, zip(misses, values, repeat(_REDIS)))
+            outcomes.update(zip(misses, states))  # noqa: B905 - map over misses: same length
+            self.stats.add("redis_hits", len(misses))
+            batch.misses = []
+            return
         remember = self._remember if self.local_on else None
-        misses: list[str] = []
-        for wid, closed in zip(batch.misses, values, strict=False):
+        left: list[str] = []
+        for wid, closed in zip(misses, values, strict=True):
             if closed is None:
-                misses.append(wid)
+                left.append(wid)
             else:
                 if remember is not None:
                     remember(wid, closed)
                 outcomes[wid] = _new_state(TaskState, (wid, closed, _REDIS))
-        self.stats.add("redis_hits", len(batch.misses) - len(misses))
-        batch.misses = misses
+        self.stats.add("redis_hits", len(misses) - len(left))
+        batch.misses = left
 
     def batch_answers(self, batch: Batch, outcomes: list[Outcome]) -> list[tuple[str, bool]]:
         """Record the lookups of ``batch.misses``; return the answers to share in Redis."""
         fresh: list[tuple[str, bool]] = []
-        for wid, outcome in zip(batch.misses, outcomes, strict=False):
+        for wid, outcome in zip(batch.misses, outcomes, strict=True):
             batch.outcomes[wid] = outcome
-            if isinstance(outcome, TaskState) and outcome.origin is _SERVICE:
+            if not isinstance(outcome, TaskState):
+                batch.failed = True
+            elif outcome.origin is _SERVICE:
                 fresh.append((wid, outcome.closed))
         return fresh
 
     @staticmethod
     def batch_result(batch: Batch) -> dict[str, TaskState]:
         """``check_many``'s answer, or the first failure in input order."""
-        result: dict[str, TaskState] = {}
-        for wid in batch.order:
-            outcome = batch.outcomes[wid]
-            if not isinstance(outcome, TaskState):
-                raise outcome
-            result[wid] = outcome
-        return result
+        if batch.failed:
+            for outcome in batch.outcomes.values():
+                if not isinstance(outcome, TaskState):
+                    raise outcome  # type: ignore[misc]
+        return batch.outcomes  # type: ignore[return-value]
 
     # -- what a handler face does with an answer ---------------------------------
 

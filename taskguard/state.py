@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from taskguard.errors import InvalidWorkId
@@ -19,6 +20,7 @@ __all__ = [
     "TaskState",
     "as_on_error",
     "validate_workid",
+    "validate_workids",
 ]
 
 MAX_WORKID_LENGTH = 256
@@ -95,6 +97,21 @@ def validate_workid(workid: object) -> str:
             f"workid is an int longer than {MAX_WORKID_LENGTH} digits", workid=workid
         )
     return _check_other(workid)
+
+
+def validate_workids(workids: Iterable[object]) -> list[str]:
+    """:func:`validate_workid` over many workids (a batch), in order."""
+    # The fast path of validate_workid, inlined: for a batch of a thousand plain
+    # workids a function call each is a third of the validation's cost.
+    return [
+        w
+        if type(w) is str
+        and 0 < len(w) <= MAX_WORKID_LENGTH
+        and w.isprintable()
+        and not w.isspace()
+        else validate_workid(w)
+        for w in workids
+    ]
 
 
 def _check_str(workid: str) -> str:

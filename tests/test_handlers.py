@@ -351,6 +351,19 @@ def test_open_only_hands_out_checked_tasks_before_an_invalid_one(guard: TaskGuar
         next(tasks)
     assert got == ["O1", "O2"]
     assert info.value.task is None  # type: ignore[attr-defined]
+    assert info.value.pending_tasks == [None, "O3"]  # type: ignore[attr-defined]
+
+
+def test_open_only_hands_out_what_came_before_a_broken_source(guard: TaskGuard) -> None:
+    def source() -> Iterator[str]:
+        yield "O1"
+        yield "C1"
+        raise ConnectionError("queue went away")
+
+    got: list[str] = []
+    with pytest.raises(ConnectionError):
+        got.extend(guard.open_only(source(), batch_size=10))
+    assert got == ["O1"]
 
 
 def test_open_only_rejects_a_bad_batch_size(guard: TaskGuard) -> None:
