@@ -86,7 +86,11 @@ class Breaker:
     A ``threshold`` of 0 turns the breaker off (always allows).
     """
 
-    __slots__ = ("_clock", "_failures", "_lock", "_open_until", "_probing", "cooldown", "threshold")
+    __slots__ = ("_clock", "_lock", "_open_until", "_probing", "cooldown", "failures", "threshold")
+
+    failures: int
+    """Failures in a row so far (read-only for callers); 0: healthy, and a
+    success has nothing to record."""
 
     def __init__(
         self,
@@ -98,7 +102,7 @@ class Breaker:
         self.threshold = threshold
         self.cooldown = cooldown
         self._clock = clock
-        self._failures = 0
+        self.failures = 0
         self._open_until = 0.0
         self._probing = False
         self._lock = threading.Lock()
@@ -106,16 +110,16 @@ class Breaker:
     @property
     def is_open(self) -> bool:
         """True while calls are being refused (the cool-down, or a probe in flight)."""
-        return self._failures >= self.threshold > 0 and (
+        return self.failures >= self.threshold > 0 and (
             self._probing or self._clock() < self._open_until
         )
 
     def allow(self) -> bool:
         """May a call go through now? Cheap when closed (no lock, no clock)."""
-        if self._failures < self.threshold or self.threshold == 0:
+        if self.failures < self.threshold or self.threshold == 0:
             return True
         with self._lock:
-            if self._failures < self.threshold:
+            if self.failures < self.threshold:
                 return True
             if self._probing or self._clock() < self._open_until:
                 return False
@@ -124,9 +128,9 @@ class Breaker:
 
     def success(self) -> None:
         """A call went through: close the breaker."""
-        if self._failures or self._probing:
+        if self.failures or self._probing:
             with self._lock:
-                self._failures = 0
+                self.failures = 0
                 self._probing = False
 
     def failure(self) -> bool:
@@ -134,10 +138,10 @@ class Breaker:
         if self.threshold == 0:
             return False
         with self._lock:
-            was_open = self._failures >= self.threshold
-            self._failures += 1
+            was_open = self.failures >= self.threshold
+            self.failures += 1
             self._probing = False
-            if self._failures >= self.threshold:
+            if self.failures >= self.threshold:
                 self._open_until = self._clock() + self.cooldown
                 return not was_open
             return False

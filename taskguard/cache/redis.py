@@ -256,8 +256,25 @@ class RedisCache(_RedisCacheBase[SyncRedisClient]):
     def get(self, workid: str) -> bool | None:
         """One GET: True if cached closed, False if cached open, None on a miss."""
         key = self._prefix + workid
-        raw = self._call("GET", self.client.get, key)
-        return None if raw is _MISS else self._decode(raw, key)
+        if self._breaker.failures or self._down:  # recovering: the careful path
+            raw = self._call("GET", self.client.get, key)
+            return None if raw is _MISS else self._decode(raw, key)
+        # Healthy Redis: a check answered by Redis should cost one round trip and
+        # little else (P2), so the breaker bookkeeping that a success would do
+        # (nothing, when there were no failures) and the decoding are inlined.
+        try:
+            raw = self.client.get(key)
+        except _REDIS_ERRORS as exc:
+            self._failed(exc, "GET")
+            return None
+        except BaseException:
+            self._aborted()
+            raise
+        if type(raw) is bytes:
+            value = _DECODE.get(raw)
+            if value is not None:
+                return value
+        return self._decode(raw, key)
 
     def get_many(self, workids: Sequence[str]) -> list[bool | None]:
         """One MGET for the whole batch; the answers in the order of ``workids``."""
