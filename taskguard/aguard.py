@@ -170,14 +170,16 @@ class AsyncTaskGuard(GuardBase):
         body = await self._transport.asend(core.request(wid), timeout=timeout)
         return read_answer(body, wid, max_bytes=core.max_response_bytes)
 
-    async def _check_batch(self, workids: Iterable[object], *, validated: bool = False) -> Batch:
+    async def _check_batch(
+        self, workids: Iterable[object], *, validated: bool = False, states: bool = True
+    ) -> Batch:
         core = self._core
         batch = core.begin_batch(workids, validated=validated)
         if not batch.misses:
             return batch
         here = self._here()
         if here.redis is not None:
-            core.batch_from_redis(batch, await here.redis.get_many(batch.misses))
+            core.batch_from_redis(batch, await here.redis.get_many(batch.misses), states=states)
         if batch.misses:
             fresh = core.batch_answers(batch, await self._lookup_all(here, batch.misses))
             if fresh and here.redis is not None:
@@ -273,7 +275,7 @@ class AsyncTaskGuard(GuardBase):
         while True:
             chunk, wids, stop = await atake_batch(source, batch_size, locate)
             if chunk:
-                batch = await self._check_batch(wids, validated=True)
+                batch = await self._check_batch(wids, validated=True, states=False)
                 for task in decide_batch(self._core, chunk, wids, batch, on_skip, policy):
                     yield task
             if stop is not None:

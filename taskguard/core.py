@@ -51,11 +51,13 @@ Outcome = TaskState | TaskStateUnknown
 
 class Batch:
     """One ``check_many``: every unique valid workid, in input order, with what is
-    known of it (None until a tier answers), and the workids still to look up."""
+    known of it (None until a tier answers; a bare bool for a Redis answer when
+    :meth:`GuardCore.batch_from_redis` was asked not to build states), and the
+    workids still to look up."""
 
     __slots__ = ("failed", "misses", "outcomes")
 
-    def __init__(self, outcomes: dict[str, Outcome | None], misses: list[str]) -> None:
+    def __init__(self, outcomes: dict[str, Outcome | bool | None], misses: list[str]) -> None:
         self.outcomes = outcomes
         self.misses = misses
         self.failed = False
@@ -192,7 +194,7 @@ class GuardCore:
             raise TypeError("check_many takes an iterable of workids, not one str")
         order = workids if validated else validate_workids(workids)
         # One dict dedupes and keeps input order; answers fill it in place.
-        outcomes: dict[str, Outcome | None] = dict.fromkeys(order)  # type: ignore[arg-type]
+        outcomes: dict[str, Outcome | bool | None] = dict.fromkeys(order)  # type: ignore[arg-type]
         self.stats.add("checks", len(outcomes))
         if not self.local_on:
             # Without duplicates the input list already is the list of misses.
@@ -208,17 +210,26 @@ class GuardCore:
         self.stats.add("local_hits", len(outcomes) - len(misses))
         return Batch(outcomes, misses)
 
-    def batch_from_redis(self, batch: Batch, values: list[bool | None]) -> None:
-        """Fill what Redis knew (one MGET) into ``batch``; keep the rest as misses."""
+    def batch_from_redis(
+        self, batch: Batch, values: list[bool | None], *, states: bool = True
+    ) -> None:
+        """Fill what Redis knew (one MGET) into ``batch``; keep the rest as misses.
+
+        ``states=False`` (``open_only``): when Redis knew every one, record the
+        bare answers (``True``/``False``) and let the caller build a TaskState
+        only where one is handed out: a TaskState per workid is most of a
+        batch's cost."""
         outcomes = batch.outcomes
         misses = batch.misses
         if None not in values:  # the usual batch: Redis knew every one
             if self.local_on:
                 for wid, closed in zip(misses, values, strict=True):
                     self._remember(wid, closed)  # type: ignore[arg-type]
-            # C-level loops: a TaskState per workid is most of a batch's cost.
-            states = map(_redis_state, zip(misses, values, repeat(_REDIS)))
-            outcomes.update(zip(misses, states))  # noqa: B905 - map over misses: same length
+            if states:  # C-level loops
+                built = map(_redis_state, zip(misses, values, repeat(_REDIS)))
+                outcomes.update(zip(misses, built))  # noqa: B905 - map over misses
+            else:
+                outcomes.update(zip(misses, values))  # noqa: B905 - bare answers
             self.stats.add("redis_hits", len(misses))
             batch.misses = []
             return

@@ -193,11 +193,13 @@ class TaskGuard(GuardBase):
         body = self._transport.send(core.request(wid), timeout=timeout)
         return read_answer(body, wid, max_bytes=core.max_response_bytes)
 
-    def _check_batch(self, workids: Iterable[object], *, validated: bool = False) -> Batch:
+    def _check_batch(
+        self, workids: Iterable[object], *, validated: bool = False, states: bool = True
+    ) -> Batch:
         core = self._core
         batch = core.begin_batch(workids, validated=validated)
         if batch.misses and self._redis is not None:
-            core.batch_from_redis(batch, self._redis.get_many(batch.misses))
+            core.batch_from_redis(batch, self._redis.get_many(batch.misses), states=states)
         if batch.misses:
             fresh = core.batch_answers(batch, self._lookup_all(batch.misses))
             if fresh and self._redis is not None:
@@ -306,7 +308,7 @@ class TaskGuard(GuardBase):
         while True:
             chunk, wids, stop = take_batch(source, batch_size, locate)
             if chunk:
-                batch = self._check_batch(wids, validated=True)
+                batch = self._check_batch(wids, validated=True, states=False)
                 yield from decide_batch(self._core, chunk, wids, batch, on_skip, policy)
             if stop is not None:
                 if isinstance(stop, StopIteration):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from itertools import islice
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
@@ -19,9 +20,11 @@ from taskguard.errors import InvalidWorkId, TaskStateUnknown
 from taskguard.state import (
     MAX_WORKID_LENGTH,
     OnError,
+    Origin,
     TaskState,
     as_on_error,
     validate_workid,
+    validate_workids,
 )
 
 __all__ = [
@@ -386,6 +389,13 @@ async def atake_batch(
     return _locate_all(tasks, locate, stop)
 
 
+_WORKID_KEY: Callable[[Any], object] = operator.itemgetter("workid")
+
+
+def _all_dicts(tasks: list[Any]) -> bool:
+    return len(set(map(type, tasks))) == 1 and type(tasks[0]) is dict if tasks else False
+
+
 def _check_batch_size(size: int) -> None:
     if size < 1:
         raise ValueError(f"batch_size must be >= 1, not {size}")
@@ -398,8 +408,11 @@ def _locate_all(
     error carries ``task`` and ``pending_tasks`` (it and the tasks pulled after it),
     so that nothing taken from the queue is lost."""
     try:
-        return tasks, list(map(locate, tasks)), stop  # the usual batch: one C-level pass
-    except InvalidWorkId:
+        if locate is _default_task_workid and _all_dicts(tasks):
+            # The usual batch, messages as dicts: C-level passes, no call per task.
+            return tasks, validate_workids(map(_WORKID_KEY, tasks)), stop
+        return tasks, list(map(locate, tasks)), stop  # one C-level pass
+    except (InvalidWorkId, KeyError):
         pass
     wids: list[str] = []
     for i, task in enumerate(tasks):
@@ -431,14 +444,21 @@ def decide_batch(
         # Every task has an answer and nobody is told about skips: pick the open
         # ones in one comprehension. (With on_skip the loop below keeps each
         # on_skip call between the tasks around it, so acks stay in queue order.)
-        open_tasks = [t for t, w in zip(tasks, wids, strict=True) if not outcomes[w].closed]  # type: ignore[union-attr]
+        # An answer is a TaskState, or a bare bool straight from Redis.
+        open_tasks = [
+            t
+            for t, w in zip(tasks, wids, strict=True)
+            if not (o if type(o := outcomes[w]) is bool else o.closed)  # type: ignore[union-attr]
+        ]
         core.stats.add("processed", len(open_tasks))
         core.stats.add("skips", len(tasks) - len(open_tasks))
         yield from open_tasks
         return
     skips, processed = core.stats.skips, core.stats.processed
-    for i, (task, wid) in enumerate(zip(tasks, wids, strict=False)):
+    for i, (task, wid) in enumerate(zip(tasks, wids, strict=True)):
         outcome = outcomes[wid]
+        if type(outcome) is bool:  # a bare Redis answer: its state, now it is needed
+            outcome = outcomes[wid] = TaskState(wid, outcome, Origin.REDIS)
         if type(outcome) is TaskState:  # an answer: core.gate's first case, without a call
             if outcome.closed:
                 next(skips)

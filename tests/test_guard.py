@@ -310,3 +310,27 @@ def test_mark_closed_and_forget_reach_redis(service: FakeTaskStateService) -> No
         guard.forget("*")
         assert client.get("tg:task:*") is None
         assert client.get("tg:task:other") == b"closed"  # a literal key, never a pattern
+
+
+def test_open_only_over_a_redis_tier_hands_on_skip_real_states(
+    service: FakeTaskStateService,
+) -> None:
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server)
+    client.set("taskguard:task:R1", b"closed")
+    client.set("taskguard:task:R2", b"open")
+    tasks = [{"workid": "R1"}, {"workid": "R2"}, {"workid": "C1"}, {"workid": "O1"}]
+    with make_guard(service, redis=fakeredis.FakeRedis(server=server), open_ttl=60) as guard:
+        skipped: list[TaskState] = []
+        out = list(guard.open_only(tasks, batch_size=4, on_skip=lambda t, s: skipped.append(s)))
+        assert out == [{"workid": "R2"}, {"workid": "O1"}]
+        assert skipped == [TaskState("R1", True, "redis"), TaskState("C1", True, "service")]  # type: ignore[list-item]
+    # Redis knows the whole batch (no in-process tier): answers stay bare until needed.
+    with make_guard(service, redis=fakeredis.FakeRedis(server=server), local_cache_size=0) as g:
+        assert [t["workid"] for t in g.open_only(tasks[:2] * 2, batch_size=4)] == ["R2", "R2"]
+        seen: list[TaskState] = []
+        assert list(g.open_only(tasks[:2], batch_size=2, on_skip=lambda t, s: seen.append(s))) == [
+            {"workid": "R2"}
+        ]
+        assert seen == [TaskState("R1", True, "redis")]  # type: ignore[list-item]
+        assert (g.stats()["skips"], g.stats()["redis_hits"]) == (3, 4)
