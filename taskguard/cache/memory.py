@@ -130,8 +130,11 @@ class LocalCache:
 
     def delete(self, workid: str) -> None:
         """Forget ``workid`` (nothing happens if it is not cached)."""
-        with self._lock:
-            self._data.pop(workid, None)
+        # Every open answer (open_ttl=0) lands here: skip the lock when there is
+        # nothing to drop. A put racing with us is a write that comes after.
+        if workid in self._data:
+            with self._lock:
+                self._data.pop(workid, None)
 
     def clear(self) -> None:
         """Forget every entry."""
