@@ -278,7 +278,11 @@ class GuardCore:
             policy = self.policy(on_error)
             if policy is OnError.RAISE:
                 raise outcome
-            log.warning(
+            # While the service breaker is open every check fails at once; its
+            # opening was logged, so a fleet's refusals go to DEBUG, not a flood.
+            level = logging.DEBUG if isinstance(outcome, CircuitOpen) else logging.WARNING
+            log.log(
+                level,
                 "lookup of workid %r failed (%s); on_error=%r: %s the task",
                 workid,
                 outcome,

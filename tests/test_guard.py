@@ -334,3 +334,22 @@ def test_open_only_over_a_redis_tier_hands_on_skip_real_states(
         ]
         assert seen == [TaskState("R1", True, "redis")]  # type: ignore[list-item]
         assert (g.stats()["skips"], g.stats()["redis_hits"]) == (3, 4)
+
+
+def test_refusals_of_an_open_breaker_do_not_flood_the_log(
+    service: FakeTaskStateService, caplog: pytest.LogCaptureFixture
+) -> None:
+    with make_guard(
+        service, retry_attempts=1, service_breaker_failures=1, service_breaker_cooldown=60
+    ) as guard:
+        service.fail_next(1)
+
+        @guard.skip_if_closed(on_error="process")
+        def handle(workid: str) -> str:
+            return "ran"
+
+        with caplog.at_level("WARNING", logger="taskguard"):
+            assert [handle(f"W{i}") for i in range(50)] == ["ran"] * 50
+        warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 2  # the failed lookup, and the breaker opening
+        assert guard.stats()["breaker_rejections"] == 49

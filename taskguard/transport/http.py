@@ -193,6 +193,33 @@ class _Endpoint:
         return TransportError(message, workid=workid, retryable=retryable)
 
 
+def _read_body(resp: Any, limit: int, deadline: float) -> bytes | None:
+    """The whole body by ``deadline``, or None when it passes ``limit`` bytes.
+
+    urllib3's read timeout bounds each socket read, not the answer: a server
+    trickling a byte per read would hold a worker for ever. read1 makes at most
+    one read, so the deadline is checked between reads. (The status line and
+    headers are still read by http.client, a read timeout each.)
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = resp.read1(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None
+        if resp.length_remaining == 0:  # a known length, all read: no read for EOF
+            break
+        if time.monotonic() > deadline:
+            resp.close()  # unread bytes must not become the next answer
+            raise TimeoutError("the answer was not complete in time")
+    resp.release_conn()  # fully read: the connection goes back to the pool
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 class UrllibTransport:
     """Blocking HTTP transport: one keep-alive urllib3 pool for ``url``.
 
@@ -222,7 +249,9 @@ class UrllibTransport:
         self._timeout: tuple[float, urllib3.Timeout] = (-1.0, urllib3.Timeout())
 
     def send(self, request: Request, *, timeout: float) -> bytes:
-        """POST ``request``; return the body. Connect and each read wait ``timeout`` s."""
+        """POST ``request``; return the body. Connecting and each read wait at most
+        ``timeout`` s, and the body must be complete ``timeout`` s after the start."""
+        deadline = time.monotonic() + timeout
         ep = self._ep
         cached = self._timeout  # one tuple read: safe without a lock
         if cached[0] != timeout:
@@ -243,11 +272,9 @@ class UrllibTransport:
             error: Exception
             if 200 <= status < 300:
                 length = resp.length_remaining
-                if length is not None and length <= ep.max_bytes:
-                    return resp.read()  # reading to the end hands the connection back
-                if length is None:
-                    data = resp.read(ep.max_bytes + 1)
-                    if len(data) <= ep.max_bytes:
+                if length is None or length <= ep.max_bytes:
+                    data = _read_body(resp, ep.max_bytes, deadline)
+                    if data is not None:
                         return data
                 error = ep.too_large(request, length)
             else:

@@ -407,14 +407,11 @@ def drip_rows() -> list[Row]:
         ended = done.wait(3.0)
         sync_took = time.monotonic() - started
     sync_guard.close()
-    sync = f"ended in {sync_took:.2f} s"
+    sync = f"`LookupFailed` after {sync_took:.2f} s"
     if not ended:
-        sync = "not bounded: still reading after 3 s (known gap, see below)"
+        sync = "not bounded: still reading after 3 s"
         NOTES.append(
-            "Known gap: the blocking HTTP transport (urllib3) bounds each socket read by "
-            "request_timeout, not the whole answer, so a server that keeps trickling bytes "
-            "can hold a `TaskGuard` check far past retry_deadline. `AsyncTaskGuard` (aiohttp, "
-            "a total timeout per attempt) is not affected."
+            "Gap: a blocking `TaskGuard` check was still reading a trickling answer after 3 s."
         )
     return [
         (

@@ -158,6 +158,26 @@ async def test_an_endless_answer_is_refused_without_buffering_it_async(mode: str
         assert server.connections == 5
 
 
+def test_a_trickling_answer_cannot_hold_a_blocking_check() -> None:
+    # urllib3 bounds each socket read, not the answer: the transport reads the
+    # body a read at a time and gives up once the attempt's timeout has passed.
+    with HostileHttpServer("drip", drip=0.05) as server:
+        settings = TaskGuardSettings(
+            service_url=server.url,
+            request_timeout=0.3,
+            retry_attempts=2,
+            retry_deadline=1.0,
+            retry_backoff=0.001,
+            retry_backoff_max=0.002,
+        )
+        with TaskGuard(settings) as guard:
+            started = time.monotonic()
+            with pytest.raises(LookupFailed) as info:
+                guard.check("d-1")
+            assert time.monotonic() - started <= settings.retry_deadline + 0.5
+            assert "no answer within" in str(info.value.__cause__)
+
+
 async def test_a_trickling_answer_cannot_hold_an_async_check() -> None:
     # One byte every 50 ms never trips a per-read timeout; the attempt's own
     # timeout must still end it, and the lookup must end within its deadline.
