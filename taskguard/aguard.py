@@ -22,22 +22,15 @@ from taskguard.cache.redis import AsyncRedisCache
 from taskguard.core import Batch, Outcome
 from taskguard.errors import ConfigurationError, TaskStateUnknown
 from taskguard.guard import GuardBase
-from taskguard.handlers import (
-    GuardDecorator,
-    OnSkipTask,
-    TaskHandle,
-    WorkidSpec,
-    atake_batch,
-    decide_batch,
-    make_task_workid,
-)
+from taskguard.handlers import GuardDecorator, TaskHandle, WorkidSpec
 from taskguard.lookup import AsyncSingleFlight
+from taskguard.loops import OnSkipTask, atake_batch, decide_batch, make_task_workid
 from taskguard.protocol import read_answer
 from taskguard.settings import TaskGuardSettings
 from taskguard.state import OnError, TaskState
+from taskguard.transport.async_http import AiohttpTransport
 from taskguard.transport.base import AsyncTransport
 from taskguard.transport.callable import as_async_transport
-from taskguard.transport.http import AiohttpTransport
 
 __all__ = ["AsyncTaskGuard"]
 

@@ -18,16 +18,9 @@ from taskguard.cache.clients import client_from_url, redacted_url
 from taskguard.cache.redis import RedisCache
 from taskguard.core import Batch, GuardCore, Outcome
 from taskguard.errors import ConfigurationError, TaskStateUnknown
-from taskguard.handlers import (
-    GuardDecorator,
-    OnSkipTask,
-    TaskHandle,
-    WorkidSpec,
-    decide_batch,
-    make_task_workid,
-    take_batch,
-)
+from taskguard.handlers import GuardDecorator, TaskHandle, WorkidSpec
 from taskguard.lookup import SingleFlight
+from taskguard.loops import OnSkipTask, decide_batch, make_task_workid, take_batch
 from taskguard.protocol import read_answer
 from taskguard.settings import TaskGuardSettings
 from taskguard.state import OnError, TaskState

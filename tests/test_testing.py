@@ -20,7 +20,8 @@ import pytest
 from taskguard.errors import ProtocolError, ServiceError, TransportError
 from taskguard.protocol import RequestFactory, read_answer
 from taskguard.testing import FakeTaskStateService, run_server
-from taskguard.transport.http import AiohttpTransport, UrllibTransport
+from taskguard.transport.async_http import AiohttpTransport
+from taskguard.transport.http import UrllibTransport
 
 request = RequestFactory(source="tests")
 SAMPLE = {

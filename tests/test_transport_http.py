@@ -25,8 +25,8 @@ import pytest
 from taskguard.errors import ConfigurationError, ProtocolError, ServiceError, TransportError
 from taskguard.protocol import RequestFactory, read_answer
 from taskguard.testing import FakeTaskStateService, RunningService
+from taskguard.transport.async_http import AiohttpTransport
 from taskguard.transport.http import (
-    AiohttpTransport,
     UrllibTransport,
     parse_retry_after,
     request_workid,

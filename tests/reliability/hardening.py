@@ -34,7 +34,8 @@ from taskguard import (
     TaskGuardSettings,
 )
 from taskguard.testing import FakeTaskStateService
-from taskguard.transport.http import AiohttpTransport, UrllibTransport
+from taskguard.transport.async_http import AiohttpTransport
+from taskguard.transport.http import UrllibTransport
 
 
 class _NoWorkid:
