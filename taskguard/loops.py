@@ -16,7 +16,6 @@ from taskguard.core import Batch, GuardCore
 from taskguard.errors import InvalidWorkId, TaskStateUnknown
 from taskguard.handlers import WorkidSpec, workid_of
 from taskguard.state import (
-    MAX_WORKID_LENGTH,
     OnError,
     Origin,
     TaskState,
@@ -33,17 +32,8 @@ OnSkipTask = Callable[[T, TaskState], object]
 
 
 def _default_task_workid(task: object) -> str:
-    # validate_workid(workid_of(task)) in one call, for the usual task: a dict
-    # whose workid is a plain string. Anything else takes the full path.
-    if type(task) is dict:
-        wid = task.get("workid")
-        if (
-            type(wid) is str
-            and 0 < len(wid) <= MAX_WORKID_LENGTH
-            and wid.isprintable()
-            and not wid.isspace()
-        ):
-            return wid
+    # A named function, not a lambda: _locate_all recognises it to take the
+    # C-level path for a batch of dicts.
     return validate_workid(workid_of(task))
 
 
